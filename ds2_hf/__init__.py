@@ -1,0 +1,49 @@
+"""ds2_hf: DS2 data selection (Pang et al., ICLR 2025) on the Hugging Face stack.
+
+    >>> import ds2_hf
+    >>> curated, report = ds2_hf.curate(ds, score_column="score", embedding_column="embedding")
+    >>> subset = ds2_hf.select(curated, budget=10_000, strategy="ds2")
+
+Public names are imported lazily so that `import ds2_hf` stays cheap and the curation core never
+pulls in torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it; every sub-package registers its entry points here.
+_LAZY = {
+    "curate": "ds2_hf.curation.api",
+    "CurationConfig": "ds2_hf.curation.api",
+    "CurationReport": "ds2_hf.curation.report",
+    "select": "ds2_hf.selection",
+    "SelectionConfig": "ds2_hf.selection",
+    "serialize": "ds2_hf.text",
+    "to_messages": "ds2_hf.text",
+}
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ds2_hf.curation.api import CurationConfig, curate
+    from ds2_hf.curation.report import CurationReport
+    from ds2_hf.selection import SelectionConfig, select
+    from ds2_hf.text import serialize, to_messages
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ds2_hf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = sorted(_LAZY) + ["__version__"]

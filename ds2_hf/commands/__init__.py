@@ -1,0 +1,1 @@
+"""Sub-commands of the `ds2` CLI (see `ds2_hf.cli`)."""
