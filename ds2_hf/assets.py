@@ -44,3 +44,85 @@ def smollm2_dir() -> Path:
     from ds2_hf.models import materialize_gguf
 
     return materialize_gguf(smollm2_gguf())
+
+
+BIGBENCH_VERSION = "1.0.0"
+_SIMPLE_INDEX = "https://pypi.org/simple/"
+
+
+def _download_sdist(name: str, version: str, dest: Path) -> Path:
+    """Fetch a package's sdist through the PEP 503 simple index, checking its sha256.
+
+    `pip download` cannot be used for bigbench: newer pips refuse its direct-URL dependency before
+    saving the file. We read the same index pip reads (``PIP_INDEX_URL`` if set) and stream the file.
+    """
+    import hashlib
+    import os
+    import re
+    import urllib.parse
+    import urllib.request
+
+    index = os.environ.get("PIP_INDEX_URL", _SIMPLE_INDEX).rstrip("/") + "/"
+    page_url = urllib.parse.urljoin(index, f"{name}/")
+    with urllib.request.urlopen(page_url, timeout=60) as resp:
+        page = resp.read().decode("utf-8", "replace")
+    filename = f"{name}-{version}.tar.gz"
+    match = re.search(r'href="([^"#]*' + re.escape(filename) + r')#sha256=([0-9a-f]{64})"', page)
+    if match is None:
+        raise FileNotFoundError(f"{page_url} lists no {filename}")
+    url, sha256 = urllib.parse.urljoin(page_url, match.group(1)), match.group(2)
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / filename
+    tmp = target.with_suffix(".part")
+    digest = hashlib.sha256()
+    with urllib.request.urlopen(url, timeout=300) as resp, open(tmp, "wb") as out:
+        for chunk in iter(lambda: resp.read(1 << 20), b""):
+            digest.update(chunk)
+            out.write(chunk)
+    if digest.hexdigest() != sha256:
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"sha256 mismatch for {filename}; try again (the download was incomplete)")
+    tmp.replace(target)
+    return target
+
+
+def bigbench_tasks(*tasks: str) -> Path:
+    """Folder ``.../bigbench/benchmark_tasks`` holding the requested BIG-bench task folders.
+
+    The ``bigbench`` sdist (Apache-2.0, 358 MB; not installable beside this stack) is downloaded from
+    PyPI once, and only the requested task folders are extracted (in one pass) into the ds2_hf cache.
+    Set ``DS2_HF_BIGBENCH_SDIST`` to an already downloaded ``bigbench-1.0.0.tar.gz`` to skip the
+    download.
+
+        >>> root = bigbench_tasks("natural_instructions", "truthful_qa")
+        >>> sorted(p.name for p in root.iterdir())[:2]
+        ['natural_instructions', 'truthful_qa']
+    """
+    import os
+    import tarfile
+
+    from ds2_hf.models import _cache_root
+
+    cache = _cache_root() / f"bigbench-{BIGBENCH_VERSION}"
+    root = cache / "bigbench" / "benchmark_tasks"
+    missing = [t for t in tasks if not (root / t / ".complete").is_file()]
+    if not missing:
+        return root
+    sdist = Path(os.environ.get("DS2_HF_BIGBENCH_SDIST", cache / f"bigbench-{BIGBENCH_VERSION}.tar.gz"))
+    if not sdist.is_file():
+        sdist = _download_sdist("bigbench", BIGBENCH_VERSION, sdist.parent)
+    prefix = f"bigbench-{BIGBENCH_VERSION}/bigbench/benchmark_tasks/"
+    wanted = tuple(prefix + t + "/" for t in missing)
+    with tarfile.open(sdist, "r:gz") as archive:
+        for member in archive:
+            if member.isfile() and member.name.startswith(wanted):
+                rel = Path(member.name).relative_to(f"bigbench-{BIGBENCH_VERSION}")
+                out = cache / rel
+                out.parent.mkdir(parents=True, exist_ok=True)
+                with archive.extractfile(member) as src:  # type: ignore[union-attr]
+                    out.write_bytes(src.read())
+    for t in missing:
+        if not (root / t).is_dir():
+            raise FileNotFoundError(f"BIG-bench has no task folder {t!r} under {prefix}")
+        (root / t / ".complete").touch()
+    return root
