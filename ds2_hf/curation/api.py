@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -66,26 +66,26 @@ class CurationConfig:
         expected_dim: if set, embeddings of another width are an error.
     """
 
-    score_column: str = "score"
-    embedding_column: str = "embedding"
-    num_classes: int = 6
-    k: int = 10
-    tau: float = 0.5
-    seed: int = 0
-    hoc_rounds: int = 50
-    hoc_sample_size: int = 50_000
-    hoc_steps: int = 1500
-    hoc_lr: float = 0.1
-    epochs: int = 51
-    sample_size: int = 50_000
-    min_draws: int = 5
-    knn_method: str = "auto"
-    exact_max_rows: int = EXACT_MAX_ROWS
-    nlist: int | None = None
-    nprobe: int | None = None
-    target_recall: float = 0.97
-    recall_queries: int = 1000
-    expected_dim: int | None = None
+    score_column: str = field(default="score", metadata={"help": "column of rated scores 0..num_classes-1 (null = failed rating)"})
+    embedding_column: str = field(default="embedding", metadata={"help": "column of embeddings (lists of floats, one per row)"})
+    num_classes: int = field(default=6, metadata={"help": "number of score classes K"})
+    k: int = field(default=10, metadata={"help": "neighbours for the long-tail score and the detection vote (itself + k-1 others)"})
+    tau: float = field(default=0.5, metadata={"help": "confidence needed to replace a score judged wrong (authors: 0.5; 0.4 for a LLaMA rater)"})
+    seed: int = field(default=0, metadata={"help": "seed of every random choice; the same seed gives the same output"})
+    hoc_rounds: int = field(default=50, metadata={"help": "subsamples whose consensus patterns estimate T"})
+    hoc_sample_size: int = field(default=50_000, metadata={"help": "rows per HOC subsample"})
+    hoc_steps: int = field(default=1500, metadata={"help": "Adam steps of the T fit"})
+    hoc_lr: float = field(default=0.1, metadata={"help": "Adam learning rate of the T fit"})
+    epochs: int = field(default=51, metadata={"help": "detection subsamples"})
+    sample_size: int = field(default=50_000, metadata={"help": "rows per detection subsample"})
+    min_draws: int = field(default=5, metadata={"help": "run extra detection epochs until every scored row was drawn this often"})
+    knn_method: str = field(default="auto", metadata={"help": "auto (exact up to exact_max_rows rows, IVF above), exact or ivf"})
+    exact_max_rows: int = field(default=EXACT_MAX_ROWS, metadata={"help": "largest pool searched exactly under knn_method=auto"})
+    nlist: int | None = field(default=None, metadata={"help": "IVF cells (default about 2*sqrt(rows))"})
+    nprobe: int | None = field(default=None, metadata={"help": "IVF cells probed per cell (default: raised until target_recall is measured)"})
+    target_recall: float = field(default=0.97, metadata={"help": "IVF recall@k to reach, measured against exact search on sample queries"})
+    recall_queries: int = field(default=1000, metadata={"help": "sample queries for the recall measurement"})
+    expected_dim: int | None = field(default=None, metadata={"help": "if set, embeddings of another width are an error"})
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:

@@ -33,12 +33,13 @@ class HOCFit:
     initial_loss: float
 
 
-def consensus_patterns(scores: np.ndarray, neighbors: np.ndarray, num_classes: int) -> np.ndarray:
-    """Frequencies of (own score, 1st-NN score, 2nd-NN score) triples: a K x K x K array summing to 1."""
-    a, b, c = scores, scores[neighbors[:, 0]], scores[neighbors[:, 1]]
+def consensus_patterns(scores: np.ndarray, rows: np.ndarray, neighbors: np.ndarray, num_classes: int) -> np.ndarray:
+    """Frequencies of (own score, 1st-NN score, 2nd-NN score) over ``rows``: a K x K x K array summing
+    to 1. ``neighbors`` holds global row indices, aligned with ``rows``."""
+    a, b, c = scores[rows], scores[neighbors[:, 0]], scores[neighbors[:, 1]]
     flat = (a * num_classes + b) * num_classes + c
     counts = np.bincount(flat, minlength=num_classes**3).astype(np.float64)
-    return (counts / max(len(scores), 1)).reshape(num_classes, num_classes, num_classes)
+    return (counts / max(len(rows), 1)).reshape(num_classes, num_classes, num_classes)
 
 
 def _softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -147,7 +148,7 @@ def estimate_transition(
     for _ in range(distinct_rounds):
         members = valid if size == n_valid else np.sort(rng.choice(valid, size=size, replace=False))
         nbrs, _ = index.search(2, members=members)
-        acc += consensus_patterns(scores[members], nbrs, num_classes)
+        acc += consensus_patterns(scores, members, nbrs, num_classes)
     patterns = acc / distinct_rounds
     fit = fit_transition(patterns, steps=steps, lr=lr, seed=seed)
     info = {
