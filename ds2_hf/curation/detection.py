@@ -55,11 +55,15 @@ def _epoch_subsamples(valid: np.ndarray, size: int, epochs: int, rng: np.random.
         if len(queue) >= size:
             take, queue = queue[:size], queue[size:]
         else:
+            # The old cycle's last rows plus the first rows of a new cycle that are not among them;
+            # the new cycle keeps every other row, the old cycle's last rows included, for later.
             fresh = rng.permutation(valid)
-            fresh = fresh[~np.isin(fresh, queue)]
             need = size - len(queue)
-            take = np.concatenate([queue, fresh[:need]])
-            queue = fresh[need:]
+            eligible = np.flatnonzero(~np.isin(fresh, queue))[:need]
+            take = np.concatenate([queue, fresh[eligible]])
+            rest = np.ones(len(fresh), dtype=bool)
+            rest[eligible] = False
+            queue = fresh[rest]
         yield np.sort(take)
 
 
