@@ -22,14 +22,18 @@ _LAZY = {
     "CurationReport": "ds2_hf.curation.report",
     "select": "ds2_hf.selection",
     "SelectionConfig": "ds2_hf.selection",
+    "rate": "ds2_hf.rating",
+    "RatingConfig": "ds2_hf.rating",
     "serialize": "ds2_hf.text",
     "to_messages": "ds2_hf.text",
+    "SFTRecipe": "ds2_hf.sft.recipe",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from ds2_hf.curation.api import CurationConfig, curate
     from ds2_hf.curation.report import CurationReport
     from ds2_hf.selection import SelectionConfig, select
+    from ds2_hf.sft.recipe import SFTRecipe
     from ds2_hf.text import serialize, to_messages
 
 

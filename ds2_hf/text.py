@@ -99,7 +99,8 @@ def response_text(example: Mapping[str, Any], fmt: str | None = None) -> str:
     return "\n".join(m["content"] for m in to_messages(example, fmt) if m["role"] == "assistant")
 
 
-def _rows(batch: Mapping[str, Sequence[Any]]) -> Iterable[dict[str, Any]]:
+def iter_rows(batch: Mapping[str, Sequence[Any]]) -> Iterable[dict[str, Any]]:
+    """The rows of a ``datasets`` batch (a dict of equal-length columns), as dicts."""
     names = list(batch)
     size = len(batch[names[0]]) if names else 0
     for i in range(size):
@@ -109,10 +110,10 @@ def _rows(batch: Mapping[str, Sequence[Any]]) -> Iterable[dict[str, Any]]:
 def serialize_batch(batch: Mapping[str, Sequence[Any]], fmt: str | None = None) -> list[str]:
     """`serialize` over a ``datasets`` batch (a dict of equal-length columns)."""
     fmt = fmt or detect_format(batch.keys())
-    return [serialize(row, fmt) for row in _rows(batch)]
+    return [serialize(row, fmt) for row in iter_rows(batch)]
 
 
 def response_text_batch(batch: Mapping[str, Sequence[Any]], fmt: str | None = None) -> list[str]:
     """`response_text` over a ``datasets`` batch."""
     fmt = fmt or detect_format(batch.keys())
-    return [response_text(row, fmt) for row in _rows(batch)]
+    return [response_text(row, fmt) for row in iter_rows(batch)]

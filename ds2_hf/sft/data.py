@@ -16,7 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from ds2_hf.text import _rows, detect_format, to_messages
+from ds2_hf.text import detect_format, iter_rows, to_messages
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class ChatExamples:
         return self._tokenizer
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-        conversations = [to_messages(row, self.fmt) for row in _rows(batch)]
+        conversations = [to_messages(row, self.fmt) for row in iter_rows(batch)]
         lengths = []
         for messages in conversations:
             ids = self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=True)
