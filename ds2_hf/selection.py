@@ -327,8 +327,9 @@ def select_indices(
         position = np.full(n, len(base), dtype=np.int64)
         position[base] = np.arange(len(base))
         picked = picked[np.argsort(position[picked], kind="stable")]
-    if cfg.budget_tokens is None and len(picked) < (cfg.budget or 0):
-        warn.append(f"selected {len(picked)} rows, fewer than the budget {cfg.budget}")
+    target = sum(alloc.values()) if cfg.by is not None else cfg.budget
+    if cfg.budget_tokens is None and len(picked) < (target or 0):
+        warn.append(f"selected {len(picked)} rows, fewer than the budget {target}")
     for w in warn:
         warnings.warn(w, stacklevel=3)
     return Selection(

@@ -123,14 +123,18 @@ def validate_embeddings(embeddings: np.ndarray, n_rows: int, expected_dim: int |
     if expected_dim is not None and emb.shape[1] != expected_dim:
         raise ValueError(f"Embeddings in {column!r} have dimension {emb.shape[1]}, expected {expected_dim}")
     emb = np.ascontiguousarray(emb, dtype=np.float32)
-    finite = np.isfinite(emb).all(axis=1)
-    if not finite.all():
-        bad = np.flatnonzero(~finite)
-        raise ValueError(
-            f"Embedding of row {bad[0]} in {column!r} contains NaN or inf ({len(bad)} rows in all); "
-            "re-embed those rows or drop them with ds.select(...)"
-        )
-    norms = np.linalg.norm(emb, axis=1)
+    # Checked in blocks: a full-size boolean/temporary matrix would cost a quarter of the data again.
+    norms = np.empty(len(emb), dtype=np.float32)
+    for start in range(0, len(emb), 65_536):
+        block = emb[start : start + 65_536]
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            bad = start + np.flatnonzero(~finite)
+            raise ValueError(
+                f"Embedding of row {bad[0]} in {column!r} contains NaN or inf; re-embed that row or drop it "
+                "with ds.select(...) or ds.filter(...)"
+            )
+        norms[start : start + len(block)] = np.linalg.norm(block, axis=1)
     if (norms == 0).any():
         bad = np.flatnonzero(norms == 0)
         raise ValueError(f"Embedding of row {bad[0]} in {column!r} is all zeros ({len(bad)} rows); re-embed them")
