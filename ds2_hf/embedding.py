@@ -6,8 +6,9 @@ at 512 tokens. Everything is configurable through `EmbeddingConfig`.
 
     >>> import ds2_hf
     >>> emb = ds2_hf.embed(model=str(ds2_hf.assets.minilm_path()), max_length=256)
-    >>> ds = ds.map(emb, batched=True, batch_size=256)                   # `embedding`: list of float32
-    >>> ds = ds.map(emb, batched=True, features=emb.features(ds.features))  # fixed-size list of d floats
+    >>> ds = ds.map(emb, batched=True, batch_size=256)
+    >>> ds.features["embedding"]
+    List(Value('float32'), length=384)
 
 The transform holds only its configuration when pickled: the model is loaded lazily in each process
 that calls it (so ``num_proc`` and other processes work), and ``datasets`` fingerprints it the same
@@ -79,6 +80,12 @@ class Embedder:
 
     Only the `EmbeddingConfig` is pickled and hashed; the tokenizer and model are loaded on first
     call in whichever process runs the transform.
+
+    On an unformatted dataset the column is an Arrow fixed-size list (``List(Value("float32"),
+    length=d)``). To get that, the transform returns the whole batch as an Arrow table, and
+    ``datasets`` then does not apply ``map(remove_columns=...)``: drop columns with
+    ``ds.remove_columns`` afterwards. On a formatted dataset (``with_format``) it returns a numpy
+    array (a variable-size list column unless ``features=embedder.features(ds.features)`` is given).
     """
 
     def __init__(self, config: EmbeddingConfig):
@@ -152,8 +159,8 @@ class Embedder:
     def features(self, input_features: Any = None) -> Any:
         """``datasets.Features`` for ``ds.map(..., features=...)``: the input's plus a fixed-size float32 list.
 
-        Without ``features=``, ``datasets`` infers a variable-length ``List(Value("float32"))``; with
-        it, the column is ``List(Value("float32"), length=d)`` (an Arrow fixed-size list).
+        Needed only on a formatted dataset (``with_format``), where the transform returns numpy and
+        ``datasets`` would otherwise infer a variable-length ``List(Value("float32"))``.
         """
         from datasets import Features, List, Value
 
@@ -224,10 +231,23 @@ class Embedder:
 
         return serialize_batch(batch)
 
-    def __call__(self, batch: Mapping[str, Sequence[Any]]) -> dict[str, np.ndarray]:
+    def __call__(self, batch: Mapping[str, Sequence[Any]]) -> Any:
         if any(isinstance(v, (str, int, float)) or v is None for v in batch.values()):
             raise ValueError("ds2_hf.embed(...) is a batched transform: call ds.map(embedder, batched=True).")
-        return {self.config.output_column: self.encode(self.texts(batch))}
+        vectors = self.encode(self.texts(batch))
+        table = getattr(batch, "pa_table", None)  # a datasets LazyBatch (unformatted dataset)
+        if table is None:
+            return {self.config.output_column: vectors}
+        # Returning the batch's Arrow table with the new column appended is how a map function keeps
+        # the Arrow type: a fixed-size list of d float32 (numpy output would become a variable-size
+        # list). A returned table replaces the batch, so it carries every input column.
+        import pyarrow as pa
+
+        column = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), type=pa.float32()), vectors.shape[1])
+        name = self.config.output_column
+        if name in table.column_names:
+            return table.set_column(table.column_names.index(name), name, column)
+        return table.append_column(name, column)
 
 
 def embed(model: str | os.PathLike | None = None, *, config: EmbeddingConfig | None = None, **overrides: Any) -> Embedder:

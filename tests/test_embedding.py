@@ -88,14 +88,21 @@ def test_alpaca_and_prompt_completion_use_the_same_serializer(embedder, st_model
         assert (np.asarray(out["embedding"], dtype=np.float32) * ref).sum(axis=1).min() > 0.999
 
 
-def test_fixed_size_float32_column_when_features_are_given(embedder, cached_ds):
+def test_fixed_size_float32_column(embedder, cached_ds):
     from datasets import List, Value
 
     from ds2_hf.embedding import embed_dataset, embeddings_array
 
-    out = cached_ds.map(embedder, batched=True, features=embedder.features(cached_ds.features))
+    out = cached_ds.map(embedder, batched=True)
     assert out.features["embedding"] == List(Value("float32"), length=384)
     assert out.data.schema.field("embedding").type.list_size == 384
+    assert out.column_names == cached_ds.column_names + ["embedding"]
+    # a formatted dataset gets numpy back; features= keeps the fixed size there too
+    formatted = cached_ds.with_format("python").map(embedder, batched=True, features=embedder.features(cached_ds.features))
+    assert formatted.features["embedding"] == List(Value("float32"), length=384)
+    np.testing.assert_allclose(embeddings_array(formatted), embeddings_array(out), atol=1e-6)
+    # re-embedding replaces the column instead of failing on a duplicate name
+    assert out.map(embedder, batched=True).column_names == out.column_names
     via_helper = embed_dataset(cached_ds, embedder.config)
     assert via_helper.features["embedding"] == List(Value("float32"), length=384)
     np.testing.assert_array_equal(embeddings_array(out), embeddings_array(via_helper))
