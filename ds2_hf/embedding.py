@@ -227,9 +227,12 @@ class Embedder:
                     "Pass an existing column, or text_column=None to embed the serialized conversation."
                 )
             return ["" if t is None else str(t) for t in batch[self.config.text_column]]
-        from ds2_hf.text import serialize_batch
+        from ds2_hf.text import detect_format, serialize_batch
 
-        return serialize_batch(batch)
+        fmt = detect_format(batch.keys())
+        # only the conversation columns: a LazyBatch converts each column it is asked for to Python
+        wanted = ("messages", "instruction", "input", "output", "prompt", "completion")
+        return serialize_batch({k: batch[k] for k in wanted if k in batch}, fmt)
 
     def __call__(self, batch: Mapping[str, Sequence[Any]]) -> Any:
         if any(isinstance(v, (str, int, float)) or v is None for v in batch.values()):
@@ -279,20 +282,6 @@ def embed_dataset(ds: Any, config: EmbeddingConfig | None = None, *, map_batch_s
     return ds.map(
         embedder, batched=True, batch_size=map_batch_size, features=embedder.features(ds.features), **map_kwargs
     )
-
-
-def embeddings_array(ds: Any, column: str = "embedding") -> np.ndarray:
-    """The embedding column as one ``(n, d)`` float32 numpy array, without a per-row Python loop."""
-    if column not in ds.column_names:
-        raise ValueError(f"No {column!r} column in {ds.column_names}; embed the dataset first (ds2_hf.embed).")
-    col = ds.data.column(column).combine_chunks()
-    if col.null_count:
-        raise ValueError(f"{col.null_count} rows have no {column!r}; re-embed them before curation.")
-    import pyarrow as pa
-
-    if pa.types.is_fixed_size_list(col.type):
-        return col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(len(ds), col.type.list_size)
-    return np.asarray(ds.with_format("numpy")[column], dtype=np.float32)
 
 
 # ---------------------------------------------------------------------------------------------------

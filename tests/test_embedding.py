@@ -60,11 +60,11 @@ def cached_ds(tmp_path_factory):
 
 
 def test_matches_sentence_transformers_on_serialized_text(embedder, st_model, cached_ds):
-    from ds2_hf.embedding import embeddings_array
+    from ds2_hf.curation.api import read_embeddings
     from ds2_hf.text import serialize
 
     out = cached_ds.map(embedder, batched=True, batch_size=4)
-    ours = embeddings_array(out)
+    ours = read_embeddings(out, "embedding")
     ref = st_model.encode([serialize(r) for r in ROWS], normalize_embeddings=True, convert_to_numpy=True)
     assert ours.shape == (len(ROWS), 384) and ours.dtype == np.float32
     cos = (ours * ref).sum(axis=1)
@@ -91,7 +91,8 @@ def test_alpaca_and_prompt_completion_use_the_same_serializer(embedder, st_model
 def test_fixed_size_float32_column(embedder, cached_ds):
     from datasets import List, Value
 
-    from ds2_hf.embedding import embed_dataset, embeddings_array
+    from ds2_hf.curation.api import read_embeddings
+    from ds2_hf.embedding import embed_dataset
 
     out = cached_ds.map(embedder, batched=True)
     assert out.features["embedding"] == List(Value("float32"), length=384)
@@ -100,12 +101,12 @@ def test_fixed_size_float32_column(embedder, cached_ds):
     # a formatted dataset gets numpy back; features= keeps the fixed size there too
     formatted = cached_ds.with_format("python").map(embedder, batched=True, features=embedder.features(cached_ds.features))
     assert formatted.features["embedding"] == List(Value("float32"), length=384)
-    np.testing.assert_allclose(embeddings_array(formatted), embeddings_array(out), atol=1e-6)
+    np.testing.assert_allclose(read_embeddings(formatted, "embedding"), read_embeddings(out, "embedding"), atol=1e-6)
     # re-embedding replaces the column instead of failing on a duplicate name
     assert out.map(embedder, batched=True).column_names == out.column_names
     via_helper = embed_dataset(cached_ds, embedder.config)
     assert via_helper.features["embedding"] == List(Value("float32"), length=384)
-    np.testing.assert_array_equal(embeddings_array(out), embeddings_array(via_helper))
+    np.testing.assert_array_equal(read_embeddings(out, "embedding"), read_embeddings(via_helper, "embedding"))
     assert out["id"] == [r["id"] for r in ROWS]
 
 
@@ -208,7 +209,8 @@ def test_two_process_launch_preserves_order_and_resumes(tmp_path, minilm_path, e
     """`accelerate launch` with 2 CPU processes, then a restart that must reuse finished shards."""
     import datasets
 
-    from ds2_hf.embedding import EmbeddingConfig, ShardedEmbeddingArguments, embed_sharded, embeddings_array
+    from ds2_hf.curation.api import read_embeddings
+    from ds2_hf.embedding import EmbeddingConfig, ShardedEmbeddingArguments, embed_sharded
 
     rows = [{"id": i, "instruction": f"Question number {i}: " + "why " * (i % 11), "output": f"Answer {i}."}
             for i in range(24)]
@@ -227,7 +229,7 @@ def test_two_process_launch_preserves_order_and_resumes(tmp_path, minilm_path, e
     merged = datasets.Dataset.from_parquet(str(out))
     assert merged["id"] == list(range(24))
     ref = embedder.encode([f"### user: {r['instruction']}\n### assistant: {r['output']}\n" for r in rows])
-    assert (embeddings_array(merged) * ref).sum(axis=1).min() > 0.9999
+    assert (read_embeddings(merged, "embedding") * ref).sum(axis=1).min() > 0.9999
     assert merged.features["embedding"].length == 384
 
     # A run killed after shards 0, 2 and 3: only shard 1 is recomputed, and the output is the same.
@@ -244,7 +246,7 @@ def test_two_process_launch_preserves_order_and_resumes(tmp_path, minilm_path, e
     assert shard_files[1].is_file()
     again = datasets.Dataset.from_parquet(str(out))
     assert again["id"] == list(range(24))
-    np.testing.assert_allclose(embeddings_array(again), embeddings_array(merged), atol=1e-5)
+    np.testing.assert_allclose(read_embeddings(again, "embedding"), read_embeddings(merged, "embedding"), atol=1e-5)
     # unchanged inputs: a no-op
     mtime = out.stat().st_mtime_ns
     assert embed_sharded(args, cfg) == out and out.stat().st_mtime_ns == mtime
@@ -252,7 +254,7 @@ def test_two_process_launch_preserves_order_and_resumes(tmp_path, minilm_path, e
     out.unlink()
     assert embed_sharded(args, EmbeddingConfig(model=str(minilm_path), max_length=8, device="cpu")) == out
     assert len(list((tmp_path / "embedded.parquet.shards").iterdir())) == 2
-    assert not np.allclose(embeddings_array(datasets.Dataset.from_parquet(str(out))), embeddings_array(merged), atol=1e-3)
+    assert not np.allclose(read_embeddings(datasets.Dataset.from_parquet(str(out)), "embedding"), read_embeddings(merged, "embedding"), atol=1e-3)
     # without keep_shards the shard folder goes once the output is written
     out.unlink()
     embed_sharded(ShardedEmbeddingArguments(dataset=str(data), output=str(out), num_shards=4), cfg)
@@ -264,7 +266,7 @@ def test_ds2_embed_command_with_yaml_config(tmp_path, minilm_path, embedder):
     import datasets
 
     from ds2_hf.cli import main
-    from ds2_hf.embedding import embeddings_array
+    from ds2_hf.curation.api import read_embeddings
 
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
@@ -275,7 +277,7 @@ def test_ds2_embed_command_with_yaml_config(tmp_path, minilm_path, embedder):
     got = datasets.load_from_disk(str(out))
     assert got["id"] == [r["id"] for r in ROWS]
     assert got.features["embedding"].length == 384
-    np.testing.assert_allclose(embeddings_array(got), embeddings_array(_rows_embedded(embedder)), atol=1e-5)
+    np.testing.assert_allclose(read_embeddings(got, "embedding"), read_embeddings(_rows_embedded(embedder), "embedding"), atol=1e-5)
     assert main(["embed", str(tmp_path / "missing.jsonl"), "--output", str(out)]) == 2
 
 
