@@ -262,3 +262,22 @@ def test_report_renders_in_headless_chromium(written):
         colours, std = shots[img["src"]]
         assert colours > 20 and std > 10, (img["src"], colours, std)  # rendered, and not a blank box
     assert page["rows"] > 0
+
+
+def test_ds2_report_command_rerenders_a_run_folder(run_parts, tmp_path, capsys):
+    from ds2_hf.cli import main
+    from ds2_hf.pipeline import RunLayout
+
+    curated, report, subset = run_parts
+    layout = RunLayout(tmp_path / "out")
+    curated.save_to_disk(str(layout.curated))
+    subset.save_to_disk(str(layout.selected))
+    report.to_json(layout.curation_report)
+    layout.run_info.write_text(json.dumps({"timings": {"rate": 3.0, "embed": 1.5}, "card": {"rater": "smol-rater"}}))
+    assert main(["report", str(layout.root), "--max_changed_rows", "5"]) == 0
+    html_path = layout.report_dir / "report.html"
+    assert f"report: {html_path}" in capsys.readouterr().out
+    page = html_path.read_text()
+    assert page.count('<pre class="sample">') == min(5, report.n_changed)
+    assert "smol-rater" in page and (layout.report_dir / "figures" / "timings.png").is_file()
+    assert main(["report", str(tmp_path / "nothing-here")]) == 2
