@@ -49,7 +49,8 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from ds2_hf.assets import minilm_path
-    from ds2_hf.embedding import embed, embeddings_array
+    from ds2_hf.curation.api import read_embeddings
+    from ds2_hf.embedding import embed
     from ds2_hf.text import serialize
 
     torch.set_num_threads(1)
@@ -79,7 +80,7 @@ def main() -> None:
             # a fresh cache file per run: this measures embedding, not the datasets cache
             out = ds.map(embedder, batched=True, batch_size=args.map_batch_size,
                          features=embedder.features(ds.features), cache_file_name=f"{tmp}/ours-{r}.arrow")
-            emb = embeddings_array(out)
+            emb = read_embeddings(out, "embedding")
             ours_times.append(time.perf_counter() - t0)
             return emb
 
