@@ -250,3 +250,29 @@ def test_eval_config_validation():
         EvalConfig(model="m", backend="server")
     with pytest.raises(ValueError, match="gsm8k_shots must be >= 0"):
         EvalConfig(model="m", gsm8k_shots=-1)
+
+
+def test_truthfulqa_local_copy_in_hub_schema(tmp_path):
+    rows = truthfulqa_examples()[:3]
+    with open(tmp_path / "validation.jsonl", "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    assert eval_data.load_truthfulqa(str(tmp_path), max_examples=None, seed=42) == rows
+    assert len(eval_data.load_truthfulqa(str(tmp_path / "validation.jsonl"), max_examples=2, seed=42)) == 2
+
+
+def test_ds2_eval_yaml_config_and_flags_build_one_eval_config(tmp_path, monkeypatch):
+    from ds2_hf import cli
+    from ds2_hf.commands._common import config_from_args
+    from ds2_hf.evaluation import EvalConfig
+
+    monkeypatch.setattr(cli, "COMMANDS", {"eval": cli.COMMANDS["eval"]})
+    config_file = tmp_path / "eval.yaml"
+    config_file.write_text("model: ./my-model\ntasks: gsm8k,bbh\nbbh_shots: 1\nbatch_size: 2\n", encoding="utf-8")
+    parser, subparsers = cli.build_parser()
+    cli._apply_yaml(subparsers["eval"], str(config_file))
+    args = parser.parse_args(["eval", "--config", str(config_file), "--batch-size", "16", "--bbh-path", "bigbench"])
+    config = config_from_args(EvalConfig, args)
+    assert (config.model, config.tasks, config.bbh_shots) == ("./my-model", "gsm8k,bbh", 1)  # from YAML
+    assert (config.batch_size, config.bbh_path) == (16, "bigbench")  # flags win
+    assert config.gsm8k_max_examples == 200 and config.seed == 42  # paper defaults

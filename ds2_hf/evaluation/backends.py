@@ -74,7 +74,14 @@ class TransformersBackend:
     """A causal LM loaded with ``transformers``; greedy decoding, fp32/bf16 as loaded."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, *, batch_size: int = 8, name: str | None = None, share_prefix: bool = True
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        batch_size: int = 8,
+        name: str | None = None,
+        share_prefix: bool = True,
+        progress: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -82,6 +89,7 @@ class TransformersBackend:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.share_prefix = share_prefix
+        self.progress = progress
         self.name = name or getattr(model.config, "_name_or_path", "model")
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -117,6 +125,11 @@ class TransformersBackend:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         model.to(device)
         return cls(model, tokenizer, batch_size=batch_size, name=str(path if path.exists() else name_or_path))
+
+    def _progress(self, batches: list[Any], desc: str) -> Any:
+        from tqdm.auto import tqdm
+
+        return tqdm(batches, desc=desc, unit="batch", leave=False, disable=not self.progress or len(batches) < 2)
 
     @property
     def _cache_kwarg(self) -> str:
@@ -165,7 +178,7 @@ class TransformersBackend:
         outputs: list[str] = [""] * len(prompts)
         # Longest first so padding per batch stays small and memory peaks early.
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-        for batch in _batches(order, self.batch_size, [len(ids) for ids in encoded]):
+        for batch in self._progress(_batches(order, self.batch_size, [len(ids) for ids in encoded]), "generate"):
             input_ids, attention = self._left_pad([encoded[i] for i in batch])
             with torch.inference_mode():
                 out = self.model.generate(
@@ -221,7 +234,7 @@ class TransformersBackend:
             groups.setdefault(context, []).append(i)
         scores: list[float | None] = [None] * len(requests)
         if self.share_prefix:
-            for context, idx in groups.items():
+            for context, idx in self._progress(list(groups.items()), "score"):
                 if len(idx) > 1:
                     values = self._shared_context(context, [requests[i][1] for i in idx])
                     if values is not None:
@@ -298,7 +311,7 @@ class TransformersBackend:
             items.append((ids, min(len(cont), len(ids) - 1)))
         scores = [0.0] * len(items)
         order = sorted(range(len(items)), key=lambda i: -len(items[i][0]))
-        for batch in _batches(order, self.batch_size, [len(ids) for ids, _ in items]):
+        for batch in self._progress(_batches(order, self.batch_size, [len(ids) for ids, _ in items]), "score"):
             keep = max(items[i][1] for i in batch) + 1
             logprobs = self._forward_last([items[i][0] for i in batch], keep)
             for row, i in enumerate(batch):
@@ -323,7 +336,7 @@ class TransformersBackend:
         encoded = [self._context_ids(p)[-self.max_length :] for p in prompts]
         out: list[list[float]] = [[] for _ in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(encoded[i]))
-        for batch in _batches(order, self.batch_size, [len(ids) for ids in encoded]):
+        for batch in self._progress(_batches(order, self.batch_size, [len(ids) for ids in encoded]), "score"):
             logprobs = self._forward_last([encoded[i] for i in batch], keep=1)
             for row, i in enumerate(batch):
                 out[i] = [float(logprobs[row, -1, t]) for t in wanted]

@@ -2,7 +2,7 @@
 
 Every loader takes a ``source``:
 
-- a hub dataset id (the default): ``cais/mmlu``, ``openai/gsm8k``, ``lukaemon/bbh``,
+- a hub dataset id (the default): ``cais/mmlu``, ``openai/gsm8k``, ``SaylorTwift/bbh``,
   ``google-research-datasets/tydiqa``, ``truthfulqa/truthful_qa``;
 - a local file or folder in the hub's schema. A folder holds one file per split named after the split
   (``test.jsonl``, ``dev.parquet``, ``validation.json``, ``train-00000-of-00001.parquet``...),
@@ -33,7 +33,9 @@ BIGBENCH = "bigbench"
 HUB_DEFAULTS: dict[str, str] = {
     "mmlu": "cais/mmlu",
     "gsm8k": "openai/gsm8k",
-    "bbh": "lukaemon/bbh",
+    # lukaemon/bbh (the BBH release on the hub) is script-based, which datasets 5 cannot run; this parquet
+    # copy (one config per task, split "test", input/target) is the one lm-eval reads.
+    "bbh": "SaylorTwift/bbh",
     "tydiqa": "google-research-datasets/tydiqa",
     "truthfulqa": "truthfulqa/truthful_qa",
 }
