@@ -194,3 +194,14 @@ def test_average_is_nan_free_for_a_subset(backend):
     assert result["complete"] is False and result["average"] == result["tasks"]["mmlu"]["score"]
     assert not math.isnan(result["average"])
     assert "average (1 of 5 tasks)" in format_table(result)
+
+
+def test_gguf_file_loads_as_the_same_model(smollm2_gguf, backend):
+    """`--model path/to/model.gguf` dequantises the GGUF; it scores like the safetensors copy of it."""
+    gguf = TransformersBackend.from_pretrained(smollm2_gguf, dtype="float32", batch_size=4)
+    prompt = "Question: What is the capital of France?\nA. Rome\nB. Paris\nC. Oslo\nD. Bern\nAnswer:"
+    letters = [" A", " B", " C", " D"]
+    (from_gguf,) = gguf.choice_logprobs([prompt], letters)
+    (from_folder,) = backend.choice_logprobs([prompt], letters)
+    assert from_gguf == pytest.approx(from_folder, abs=1e-3)
+    assert gguf.describe()["model"] == str(smollm2_gguf)
