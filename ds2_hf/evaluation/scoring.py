@@ -10,8 +10,8 @@ number. Every score is a percentage in [0, 100].
     '1200'
     >>> bbh_extract("Let's see. So the answer is (B).")
     '(B)'
-    >>> squad_f1("the Nile river", ["Nile"])
-    66.66666666666667
+    >>> round(squad_f1("the Nile river", ["Nile"]), 2)
+    66.67
 
 Decisions where the paper's protocol (open-instruct's scripts) is ambiguous or brittle:
 
