@@ -85,6 +85,12 @@ def _table(rows: list[list[Any]], header: list[str] | None = None, cls: str = ""
     return "".join(out)
 
 
+def _recall(value: Any) -> str:
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in value.items())
+    return str(value)
+
+
 def _esc(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -173,7 +179,7 @@ def write_report(
         ["scores changed by curation", curation.n_changed],
         ["selected", len(selected) if selected is not None else "—"],
         ["k / tau / seed", f"{curation.params.get('k')} / {curation.params.get('tau')} / {curation.seed}"],
-        ["k-NN", f"{curation.knn.get('method')} (recall {_esc(curation.knn.get('recall'))})"],
+        ["k-NN", f"{curation.knn.get('method')} (recall {_recall(curation.knn.get('recall'))})"],
     ]
     parts = [
         "<!DOCTYPE html>",

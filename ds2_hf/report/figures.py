@@ -100,8 +100,13 @@ def longtail_distribution(longtail: np.ndarray, path: str | os.PathLike, selecte
 
 def composition(pool: Mapping[str, int], selected: Mapping[str, int], path: str | os.PathLike,
                 label: str = "source", max_groups: int = 20) -> Path:
-    """Horizontal bars: each group's share of the pool and of the selected subset (largest first)."""
-    groups = sorted(pool, key=lambda g: (-pool[g], str(g)))
+    """Horizontal bars: each group's share of the pool and of the selected subset.
+
+    Groups are ordered by their count in the subset, then in the pool; past ``max_groups`` the rest
+    are summed into "(other)".
+    """
+    groups = sorted(set(pool) | set(selected), key=lambda g: (-selected.get(g, 0), -pool.get(g, 0), str(g)))
+    pool = {g: pool.get(g, 0) for g in groups}
     if len(groups) > max_groups:
         keep, rest = groups[: max_groups - 1], groups[max_groups - 1:]
         pool = {**{g: pool[g] for g in keep}, "(other)": sum(pool[g] for g in rest)}
