@@ -78,7 +78,7 @@ class CurationConfig:
     hoc_lr: float = field(default=0.1, metadata={"help": "Adam learning rate of the T fit"})
     epochs: int = field(default=51, metadata={"help": "detection subsamples"})
     sample_size: int = field(default=50_000, metadata={"help": "rows per detection subsample"})
-    min_draws: int = field(default=5, metadata={"help": "run extra detection epochs until every scored row was drawn this often"})
+    min_draws: int = field(default=10, metadata={"help": "run extra detection epochs until every scored row was drawn this often (below 6 draws no score can reach tau=0.5)"})
     knn_method: str = field(default="auto", metadata={"help": "auto (exact up to exact_max_rows rows, IVF above), exact or ivf"})
     exact_max_rows: int = field(default=EXACT_MAX_ROWS, metadata={"help": "largest pool searched exactly under knn_method=auto"})
     nlist: int | None = field(default=None, metadata={"help": "IVF cells (default about 2*sqrt(rows))"})
@@ -245,6 +245,15 @@ def curate_arrays(embeddings: np.ndarray, scores: np.ndarray, config: CurationCo
         flagged = det.corrupted
         rho = det.noise_rates
         det_info = det.info
+        reach = max_confidence(det_info["draws_min"], K)
+        det_info["max_confidence_at_min_draws"] = round(reach, 4)
+        if reach < cfg.tau:
+            msg = (
+                f"Some rows were drawn only {det_info['draws_min']} times: their confidence cannot exceed "
+                f"{reach:.3f} < tau={cfg.tau}, so their scores can never change. Raise min_draws or epochs."
+            )
+            warnings.warn(msg, stacklevel=2)
+            warn.append(msg)
 
     if index.method == "ivf":
         t = time.perf_counter()
@@ -288,6 +297,13 @@ def curate_arrays(embeddings: np.ndarray, scores: np.ndarray, config: CurationCo
         valid=is_valid,
         report=report,
     )
+
+
+def max_confidence(draws: int, num_classes: int) -> float:
+    """The highest confidence a row drawn ``draws`` times can reach (flagged and given the same
+    suggestion every time): ((d+1)/(d+2)) * ((d+1)/(d+K)), from the smoothed flag rate and
+    suggestion distribution."""
+    return (draws + 1) / (draws + 2) * (draws + 1) / (draws + num_classes)
 
 
 def _config(config: CurationConfig | None, overrides: dict[str, Any]) -> CurationConfig:

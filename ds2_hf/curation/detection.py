@@ -113,7 +113,7 @@ def detect(
     k: int = 10,
     epochs: int = 51,
     sample_size: int = 50_000,
-    min_draws: int = 5,
+    min_draws: int = 10,
     rng: np.random.Generator,
 ) -> Detection:
     """Run the detection epochs over the rows ``valid`` (sorted indices of rows with a score).
