@@ -82,3 +82,9 @@ def save(ds: "Dataset", target: str | os.PathLike) -> Path:
     else:
         ds.save_to_disk(str(path))
     return path
+
+
+def arrow_column(ds: "Dataset", name: str):
+    """One column as a single pyarrow Array in the dataset's current row order (an indices mapping
+    applied), without going through Python lists: 300k x 1024 embeddings read in about a second."""
+    return ds.select_columns([name]).with_format("arrow")[:].column(0).combine_chunks()

@@ -120,9 +120,11 @@ class Selection:
 def _numpy_column(ds: "Dataset", name: str, what: str) -> np.ndarray:
     if name not in ds.column_names:
         raise ValueError(f"Strategy needs the {what} column {name!r}; columns are {ds.column_names}")
-    col = ds.select_columns([name]).with_format("arrow")[:].column(0).combine_chunks()
     import pyarrow as pa
 
+    from ds2_hf.io import arrow_column
+
+    col = arrow_column(ds, name)
     if pa.types.is_integer(col.type) or pa.types.is_floating(col.type) or pa.types.is_boolean(col.type):
         return col.cast(pa.float64()).fill_null(np.nan).to_numpy(zero_copy_only=False)
     return np.asarray(col.to_pylist(), dtype=object)

@@ -35,6 +35,7 @@ from ds2_hf.curation.knn import EXACT_MAX_ROWS, NeighborIndex
 from ds2_hf.curation.longtail import longtail_from_distances
 from ds2_hf.curation.report import CurationReport
 from ds2_hf.curation.transition import estimate_transition
+from ds2_hf.io import arrow_column
 
 if TYPE_CHECKING:  # pragma: no cover
     from datasets import Dataset
@@ -318,11 +319,6 @@ def _config(config: CurationConfig | None, overrides: dict[str, Any]) -> Curatio
     return config
 
 
-def _column(ds: "Dataset", name: str):
-    """One column as a pyarrow ChunkedArray in the dataset's current row order (no Python lists)."""
-    return ds.select_columns([name]).with_format("arrow")[:].column(0)
-
-
 def read_embeddings(ds: "Dataset", column: str) -> np.ndarray:
     """An (n, d) float32 matrix from a list/array column, read through Arrow (seconds for 300k x 1024)."""
     import pyarrow as pa
@@ -333,7 +329,7 @@ def read_embeddings(ds: "Dataset", column: str) -> np.ndarray:
             f"Embedding column {column!r} not found; columns are {ds.column_names}. Embed with "
             "ds.map(ds2_hf.embed(...), batched=True), name the column with embedding_column=, or pass embeddings="
         )
-    arr = _column(ds, column).combine_chunks()
+    arr = arrow_column(ds, column)
     if not (pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type) or pa.types.is_fixed_size_list(arr.type)):
         raise ValueError(f"Column {column!r} must hold lists of floats (one embedding per row), got type {arr.type}")
     if arr.null_count:
@@ -362,7 +358,7 @@ def read_scores(ds: "Dataset", column: str) -> np.ndarray:
             f"Score column {column!r} not found; columns are {ds.column_names}. Rate with "
             "ds.map(ds2_hf.rate(...), batched=True) or name the column with score_column="
         )
-    arr = _column(ds, column).combine_chunks()
+    arr = arrow_column(ds, column)
     if pa.types.is_floating(arr.type):
         return arr.to_numpy(zero_copy_only=False).astype(np.float64)
     if pa.types.is_integer(arr.type):
