@@ -7,8 +7,8 @@
 1. Throughput: samples/s of ``ds.map(ds2_hf.rate(...), batched=True)`` (request cache on, fresh
    file, so every request is sent and stored) against a plain asyncio loop that sends the *same*
    prompts with `huggingface_hub.AsyncInferenceClient` and the same concurrency, parsing nothing and
-   storing nothing. Runs alternate (plain, rate, plain, rate, ...) in one process against one server;
-   the ratio of medians is printed. The local server handles one request at a time, so this measures
+   storing nothing. Runs alternate in one process against one server (plain, rate | rate, plain | ...);
+   the ratio of medians and the median of per-round ratios are printed. The local server handles one request at a time, so this measures
    the overhead ds2_hf adds around the requests (cache, parsing, re-asks, datasets.map batching).
 2. Failure rates: the share of samples SmolLM2 fails to rate, per ``response_format`` mode, on real
    instructions from BIG-bench's Natural Instructions tasks: first answer only (``max_reasks=0``),
@@ -108,9 +108,12 @@ def throughput(server, args) -> dict:
     # Warm the server (model pages, prompt cache) so neither side pays for it.
     asyncio.run(plain_client(server.base_url, server.alias, prompts[:2], args.concurrency, payload))
     plain_rates, rate_rates, failures = [], [], []
-    for round_ in range(args.rounds):
+
+    def run_plain() -> None:
         seconds = asyncio.run(plain_client(server.base_url, server.alias, prompts, args.concurrency, payload))
         plain_rates.append(len(rows) / seconds)
+
+    def run_rate() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             rater = ds2_hf.rate(
                 model=server.alias,
@@ -129,8 +132,14 @@ def throughput(server, args) -> dict:
             failures.append(sum(e is not None for e in rated["rating_error"]))
             rater.close()
         rate_rates.append(len(rows) / seconds)
+
+    for round_ in range(args.rounds):
+        # Alternate the order (plain, rate / rate, plain) so load drift on a shared machine cancels out.
+        for step in (run_plain, run_rate) if round_ % 2 == 0 else (run_rate, run_plain):
+            step()
         print(
-            f"  round {round_ + 1}: plain {plain_rates[-1]:.3f} samples/s, ds.map(rate) {rate_rates[-1]:.3f} samples/s",
+            f"  round {round_ + 1}: plain {plain_rates[-1]:.3f} samples/s, ds.map(rate) {rate_rates[-1]:.3f} samples/s, "
+            f"ratio {rate_rates[-1] / plain_rates[-1]:.3f}",
             flush=True,
         )
     result = {
@@ -141,10 +150,12 @@ def throughput(server, args) -> dict:
         "plain_samples_per_s": [round(x, 4) for x in plain_rates],
         "rate_samples_per_s": [round(x, 4) for x in rate_rates],
         "ratio_of_medians": round(statistics.median(rate_rates) / statistics.median(plain_rates), 4),
+        "median_of_round_ratios": round(statistics.median(r / p for r, p in zip(rate_rates, plain_rates)), 4),
         "rate_failed_samples": failures,
     }
     print(
-        f"throughput: ds.map(rate) / plain client = {result['ratio_of_medians']:.3f} "
+        f"throughput: ds.map(rate) / plain client = {result['ratio_of_medians']:.3f} (ratio of medians), "
+        f"{result['median_of_round_ratios']:.3f} (median of per-round ratios) "
         f"(median {statistics.median(rate_rates):.3f} vs {statistics.median(plain_rates):.3f} samples/s, "
         f"{len(rows)} samples, concurrency {args.concurrency}, {args.rounds} rounds)",
         flush=True,
@@ -199,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("all", "throughput", "failures"), default="all")
     parser.add_argument("--throughput_samples", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--failure_samples", type=int, default=200)
     parser.add_argument("--modes", default="text,json_schema", help="comma-separated response_format modes")
     parser.add_argument("--reask_levels", default="0,2", help="max_reasks values to run per mode, in order (shared cache)")

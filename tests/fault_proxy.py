@@ -5,6 +5,7 @@ llama.cpp server in the tests) and, on the requests a *plan* picks, injects a fa
 
 - ``"drop"``: close the connection without answering;
 - ``"500"`` / ``"503"``: a server error (503 with ``Retry-After``);
+- ``"400"``: a rejected request, like a sample longer than the model's context;
 - ``"429"``: rate limited, with ``Retry-After: <retry_after>``;
 - ``"stall"``: hold the request for ``stall_seconds`` (past the client's timeout), then drop it;
 - ``"garbage"``: a well-formed chat completion whose text is not a rating;
@@ -164,6 +165,8 @@ class FaultInjectingProxy:
         elif fault in ("500", "503", "429"):
             headers = {"Retry-After": f"{self.retry_after:g}"} if fault in ("503", "429") else {}
             self._reply(handler, int(fault), {"error": {"message": f"injected {fault}"}}, headers)
+        elif fault == "400":
+            self._reply(handler, 400, {"error": {"message": "Requested tokens exceed context window (injected)"}})
         elif fault == "reject_response_format":
             self._reply(handler, 422, {"error": {"message": "response_format is not supported (injected)"}})
         elif fault == "garbage":

@@ -214,6 +214,28 @@ def test_a_stalled_request_times_out_and_is_retried(llama, tmp_path):
     assert [r.fault for r in proxy.requests] == ["stall", "garbage"]
 
 
+def test_endpoints_share_the_load_and_a_dead_one_is_routed_around(llama, tmp_path):
+    from datasets import Dataset
+
+    upstream = llama.base_url.rsplit("/v1", 1)[0]
+    garbage = lambda i, r: "garbage"  # noqa: E731  (instant answers: this test is about routing, not the model)
+    options = fast(concurrency=4, max_reasks=0, max_retries=3)
+    ds = Dataset.from_list(pool(range(40, 48)))
+    with FaultInjectingProxy(upstream, garbage) as a, FaultInjectingProxy(upstream, garbage) as b:
+        rater = rate(base_url=[a.url, b.url], cache_path=str(tmp_path / "ab.sqlite"), **options)
+        rows = ds.map(rater, batched=True).to_list()
+        assert len(a.requests) + len(b.requests) == 8 and a.requests and b.requests
+        assert all(r["rating_error"].startswith("no_json") for r in rows)
+
+        dead = f"http://127.0.0.1:{free_port()}/v1"
+        rater = rate(base_url=[dead, a.url], cache_path=str(tmp_path / "dead.sqlite"), **options)
+        rows = ds.map(rater, batched=True).to_list()
+    # Every sample was answered by the live endpoint; the dead one only cost retries.
+    assert rater.stats.transport_errors["connection"] >= 1
+    assert rater.stats.failures == Counter({"no_json": 8})
+    assert all(r["rating_output"] == GARBAGE_TEXT for r in rows)
+
+
 def test_auto_falls_back_to_text_when_the_server_rejects_response_format(llama, shared_cache, tmp_path):
     ds = on_disk(pool([12, 13]), tmp_path)
     with FaultInjectingProxy(llama.base_url.rsplit("/v1", 1)[0], lambda i, r: "reject_response_format") as proxy:
@@ -239,6 +261,30 @@ def test_error_budget_stops_a_run_that_gets_no_answers(tmp_path):
         Dataset.from_list(pool(range(8))).map(rater, batched=True)
     assert "ConnectError" in str(info.value)
     assert rater.stats.failures["request_failed"] >= 2
+
+
+def test_a_rejected_sample_fails_alone_but_wholesale_rejection_stops_the_run(llama, tmp_path):
+    from datasets import Dataset
+
+    upstream = llama.base_url.rsplit("/v1", 1)[0]
+    ds = Dataset.from_list(pool(range(50, 56)))
+    plan = lambda i, r: "400" if r.sample == 50 else "garbage"  # noqa: E731
+    with FaultInjectingProxy(upstream, plan) as proxy:
+        rater = rate(base_url=proxy.url, cache_path=str(tmp_path / "a.sqlite"), **fast(response_format="text", max_reasks=0))
+        rows = {sample_id(r): r for r in ds.map(rater, batched=True).to_list()}
+        # A 400 is not retried: the sample fails with the server's reason, the others go on.
+        assert rows[50]["rating_error"].startswith("bad_request: HTTP 400") and "context window" in rows[50]["rating_error"]
+        assert [r.sample for r in proxy.requests].count(50) == 1
+        assert all(rows[i]["rating_error"].startswith("no_json") for i in range(51, 56))
+
+        proxy.reset(lambda i, r: "400")
+        rater = rate(
+            base_url=proxy.url,
+            cache_path=str(tmp_path / "b.sqlite"),
+            **fast(response_format="text", error_budget=0.5, error_budget_min_samples=3, concurrency=1),
+        )
+        with pytest.raises(RatingAbortedError, match="samples got no answer.*fit its context"):
+            ds.map(rater, batched=True)
 
 
 def test_a_wrong_url_stops_at_once_with_what_to_check(llama, tmp_path):

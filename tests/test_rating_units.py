@@ -46,7 +46,7 @@ def test_ds2_template_asks_for_the_four_keys_and_shows_the_serialized_sample():
     assert message["content"].endswith("### user: Hi there\n### assistant: Hello!\n")
     schema = DS2.json_schema()
     assert schema["required"] == ["Rarity", "Complexity", "Informativeness", "Overall rating"]
-    assert schema["properties"]["Rarity"] == {"type": "integer", "minimum": 1, "maximum": 10}
+    assert schema["properties"]["Rarity"] == {"type": "integer", "minimum": 1, "maximum": 10, "enum": list(range(1, 11))}
 
 
 def test_alpagasus_template_splits_request_and_response():

@@ -147,9 +147,12 @@ class PromptTemplate:
     def json_schema(self) -> dict[str, Any]:
         """JSON schema of the answer, for constrained decoding (``response_format``)."""
         lo, hi = self.scale
+        # `enum` as well as min/max: llama.cpp's grammar builder ignores minimum/maximum (measured: 2.5%
+        # of SmolLM2 answers out of range with min/max alone) but enforces an enum.
+        value = {"type": "integer", "minimum": lo, "maximum": hi, "enum": list(range(lo, hi + 1))}
         return {
             "type": "object",
-            "properties": {key: {"type": "integer", "minimum": lo, "maximum": hi} for key in self.fields},
+            "properties": {key: dict(value) for key in self.fields},
             "required": list(self.fields),
             "additionalProperties": False,
         }

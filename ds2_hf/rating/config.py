@@ -68,7 +68,7 @@ class RatingConfig:
     max_retry_after: float = field(default=120.0, metadata={"help": "Cap on a server's Retry-After wait in seconds."})
     error_budget: float = field(
         default=0.2,
-        metadata={"help": "Stop the run when more than this fraction of samples got no answer after all retries."},
+        metadata={"help": "Stop the run when more than this fraction of samples got no answer (failed after all retries, or rejected)."},
     )
     error_budget_min_samples: int = field(
         default=20, metadata={"help": "Samples to finish before the error budget is checked."}

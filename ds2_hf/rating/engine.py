@@ -9,7 +9,8 @@ conversations in an asyncio event loop:
   with exponential backoff and jitter, waiting at least the server's ``Retry-After``;
 - an answer that cannot be parsed is followed up (the model sees its answer and why it was
   rejected) at most ``max_reasks`` times; then the sample fails with the reason and the text;
-- when more than ``error_budget`` of the finished samples got no answer at all, or a backend
+- when more than ``error_budget`` of the finished samples got no answer at all (transport failures
+  after all retries, or requests the server rejected), or a backend
   reports a fatal error, the run stops with `RatingAbortedError`. Answers already received stay in
   the cache, so running the same job again resumes.
 """
@@ -20,7 +21,7 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from ds2_hf.prompts import PromptTemplate
@@ -34,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["RatingAbortedError", "RatingEngine", "SampleResult"]
 
-CACHE_KEY_VERSION = 1
+CACHE_KEY_VERSION = 1  # bump when the key's layout changes (old entries then stop matching)
 
 
 class RatingAbortedError(RuntimeError):
@@ -56,8 +57,7 @@ class SampleResult:
     score: int | None
     error: str | None
     output: str | None
-    transport_failure: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    no_answer: bool = False  # the request itself failed (transport, or rejected by the server)
 
 
 class RatingEngine:
@@ -95,7 +95,7 @@ class RatingEngine:
                 "model": self.config.model,
                 "template": self.template.id,
                 "decoding": self.config.decoding(),
-                "response_format": mode,
+                "response_format": [mode, self.backend.response_format(mode)],
                 "messages": messages,
             }
         )
@@ -184,9 +184,10 @@ class RatingEngine:
             try:
                 completion = await self._answer(history, slots)
             except SampleError as err:
-                return self._fail(f"{err.code}: {err.detail}", last_text)
+                self._last_transport_error = str(err)
+                return self._fail(f"{err.code}: {err.detail}", last_text, no_answer=True)
             except _RequestFailed as err:
-                return self._fail(str(err), last_text, transport_failure=True)
+                return self._fail(str(err), last_text, no_answer=True)
             last_text = completion.text
             try:
                 values = parse_rating(completion.text, self.template)
@@ -208,16 +209,14 @@ class RatingEngine:
         self._finish()
         return SampleResult(values=values, score=score, error=None, output=text)
 
-    def _fail(self, error: str, text: str | None, transport_failure: bool = False) -> SampleResult:
+    def _fail(self, error: str, text: str | None, no_answer: bool = False) -> SampleResult:
         self.stats.failed += 1
         self.stats.failures[error.split(":", 1)[0]] += 1
-        if transport_failure:
+        if no_answer:
             self._no_answer += 1
         self._finish()
         self._check_budget()
-        return SampleResult(
-            values=None, score=self.config.failure_score, error=error, output=text, transport_failure=transport_failure
-        )
+        return SampleResult(values=None, score=self.config.failure_score, error=error, output=text, no_answer=no_answer)
 
     def _finish(self) -> None:
         self._finished += 1
@@ -236,9 +235,10 @@ class RatingEngine:
             where = ", ".join(cfg.base_url) if cfg.base_url else f"the inference provider for {cfg.model}"
             raise RatingAbortedError(
                 f"Rating stopped: {self._no_answer} of {self._finished} samples got no answer from {where} "
-                f"after {cfg.max_retries} retries each (error budget {cfg.error_budget:.0%}). Last error: "
-                f"{self._last_transport_error}. Check that the server is up and reachable, then run the same "
-                "command again: answers already received are in the cache and will not be requested again."
+                f"(up to {cfg.max_retries} retries each; error budget {cfg.error_budget:.0%}). Last error: "
+                f"{self._last_transport_error}. Check that the server is up and reachable and that samples fit "
+                "its context, then run the same command again: answers already received are in the cache and "
+                "will not be requested again."
             )
 
     # a list of samples ----------------------------------------------------------------------
