@@ -171,8 +171,8 @@ class Embedder:
     def _max_length(self) -> int:
         limit = getattr(self._model.config, "max_position_embeddings", None) or self.config.max_length
         # BERT-style models reserve no extra positions; RoBERTa-style ones offset by padding_idx + 1.
-        offset = getattr(self._model.config, "pad_token_id", 0) + 1 if self._model.config.model_type in (
-            "roberta", "xlm-roberta", "camembert") else 0
+        roberta_like = self._model.config.model_type in ("roberta", "xlm-roberta", "camembert")
+        offset = (getattr(self._model.config, "pad_token_id", None) or 1) + 1 if roberta_like else 0
         return max(1, min(self.config.max_length, limit - offset))
 
     # -- embedding --
