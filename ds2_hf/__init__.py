@@ -27,10 +27,16 @@ _LAZY = {
     "serialize": "ds2_hf.text",
     "to_messages": "ds2_hf.text",
     "SFTRecipe": "ds2_hf.sft.recipe",
+    "embed": "ds2_hf.embedding",
+    "EmbeddingConfig": "ds2_hf.embedding",
+    "push_to_hub": "ds2_hf.hub",
+    "EvalConfig": "ds2_hf.evaluation.harness",
+    "evaluate_model": "ds2_hf.evaluation.harness",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
     from ds2_hf.curation.api import CurationConfig, curate
+    from ds2_hf.rating import RatingConfig, rate
     from ds2_hf.curation.report import CurationReport
     from ds2_hf.selection import SelectionConfig, select
     from ds2_hf.sft.recipe import SFTRecipe

@@ -20,6 +20,12 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "curate": ("ds2_hf.commands.curate", "add curated_score / longtail_score columns to a scored, embedded dataset"),
     "select": ("ds2_hf.commands.select", "pick a budgeted subset (ds2 or a baseline strategy)"),
+    "rate": ("ds2_hf.commands.rate", "rate every sample with an LLM (score 0..5, sub-scores, failure reasons)"),
+    "eval": ("ds2_hf.commands.eval", "evaluate a model on MMLU, GSM8K, BBH, TydiQA, TruthfulQA (paper protocol)"),
+    "embed": ("ds2_hf.commands.embed", "add a fixed-size float32 embedding column (mean-pooled, L2-normalised)"),
+    "run": ("ds2_hf.commands.run", "the whole pipeline from one YAML: rate -> embed -> curate -> select -> report [-> push]"),
+    "report": ("ds2_hf.commands.report", "render report.html and figures from a finished run"),
+    "push": ("ds2_hf.commands.push", "upload the scored pool and the selected subset to the Hub with a DS2 dataset card"),
     "demo": ("ds2_hf.commands.demo", "run the pipeline on built-in offline data and models"),
     "sft": ("ds2_hf.commands.sft", "fine-tune a base model on a selected subset (TRL SFTTrainer + LoRA)"),
 }
