@@ -18,17 +18,21 @@ import sys
 
 # name -> (module, one-line help). Add a stage by adding a line here and a module in ds2_hf/commands.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "rate": ("ds2_hf.commands.rate", "rate every sample with an LLM (score 0..5, sub-scores, failure reasons)"),
+    "embed": ("ds2_hf.commands.embed", "add a fixed-size float32 embedding column (mean-pooled, L2-normalised)"),
     "curate": ("ds2_hf.commands.curate", "add curated_score / longtail_score columns to a scored, embedded dataset"),
     "select": ("ds2_hf.commands.select", "pick a budgeted subset (ds2 or a baseline strategy)"),
-    "rate": ("ds2_hf.commands.rate", "rate every sample with an LLM (score 0..5, sub-scores, failure reasons)"),
+    "sft": ("ds2_hf.commands.sft", "fine-tune a base model on a selected subset (TRL SFTTrainer + LoRA)"),
     "eval": ("ds2_hf.commands.eval", "evaluate a model on MMLU, GSM8K, BBH, TydiQA, TruthfulQA (paper protocol)"),
-    "embed": ("ds2_hf.commands.embed", "add a fixed-size float32 embedding column (mean-pooled, L2-normalised)"),
     "run": ("ds2_hf.commands.run", "the whole pipeline from one YAML: rate -> embed -> curate -> select -> report [-> push]"),
     "report": ("ds2_hf.commands.report", "render report.html and figures from a finished run"),
     "push": ("ds2_hf.commands.push", "upload the scored pool and the selected subset to the Hub with a DS2 dataset card"),
     "demo": ("ds2_hf.commands.demo", "run the pipeline on built-in offline data and models"),
-    "sft": ("ds2_hf.commands.sft", "fine-tune a base model on a selected subset (TRL SFTTrainer + LoRA)"),
 }
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keep the examples' line breaks and show every option's default."""
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
@@ -46,8 +50,10 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     subparsers: dict[str, argparse.ArgumentParser] = {}
     for name, (module, help_text) in COMMANDS.items():
         # argparse needs every sub-parser up front; registering imports only light modules.
-        sp = sub.add_parser(name, help=help_text, description=help_text)
-        importlib.import_module(module).register(sp)
+        mod = importlib.import_module(module)
+        # The module docstring (usage examples first) is the command's --help text.
+        sp = sub.add_parser(name, help=help_text, description=mod.__doc__ or help_text, formatter_class=_HelpFormatter)
+        mod.register(sp)
         if "--config" not in sp._option_string_actions:
             sp.add_argument(
                 "--config",
