@@ -319,6 +319,43 @@ def test_unbatched_map_num_proc_and_formatted_batches_give_the_same_ratings(llam
     assert proxy.requests == []
 
 
+def test_ds2_rate_cli_with_a_yaml_config_and_flags(llama, tmp_path, capsys):
+    import yaml
+    from datasets import load_dataset
+
+    from ds2_hf.cli import main
+
+    src = tmp_path / "pool.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in pool(range(60, 63))))
+    with FaultInjectingProxy(llama.base_url.rsplit("/v1", 1)[0], lambda i, r: "garbage" if r.sample == 62 else "500") as proxy:
+        config = tmp_path / "rate.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "input": str(src),
+                    "model": ALIAS,
+                    "base_url": [proxy.url],
+                    "cache_path": str(tmp_path / "c.sqlite"),
+                    "max_retries": 1,
+                    "backoff_base": 0.01,
+                    "max_reasks": 0,
+                    "progress": False,
+                }
+            )
+        )
+        out = tmp_path / "rated.parquet"
+        stats = tmp_path / "stats.json"
+        code = main(["rate", "--config", str(config), "--output", str(out), "--stats", str(stats), "--max_tokens", "16"])
+    assert code == 0
+    rows = {sample_id(r): r for r in load_dataset("parquet", data_files=str(out), split="train").to_list()}
+    assert rows[60]["rating_error"].startswith("request_failed") and rows[62]["rating_error"].startswith("no_json")
+    written = json.loads(stats.read_text())
+    assert written["output"]["failures"] == {"request_failed": 2, "no_json": 1}
+    assert written["config"]["max_tokens"] == 16 and written["config"]["max_retries"] == 1  # flag and YAML
+    printed = capsys.readouterr().out
+    assert "failed 3" in printed and f"wrote {out}" in printed
+
+
 _CLI = textwrap.dedent(
     """
     import sys
