@@ -90,7 +90,12 @@ def main() -> None:
     parser.add_argument("--baseline-rounds", type=int, default=101, help="subsample searches to time (<=101; rest extrapolated)")
     args = parser.parse_args()
 
+    import logging
+
     import faiss
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
     from ds2_hf.curation.api import curate_arrays
 

@@ -203,12 +203,14 @@ def curate_arrays(embeddings: np.ndarray, scores: np.ndarray, config: CurationCo
         seed=cfg.seed,
     )
     timings["knn_index"] = time.perf_counter() - t
+    logger.info("curation: knn_index done in %.1fs", timings["knn_index"])
 
     t = time.perf_counter()
     _, dist = index.search(cfg.k)
     longtail = longtail_from_distances(dist)
     del dist
     timings["longtail"] = time.perf_counter() - t
+    logger.info("curation: longtail done in %.1fs", timings["longtail"])
 
     class_counts = np.bincount(s[valid], minlength=K)
     warn: list[str] = []
@@ -235,12 +237,14 @@ def curate_arrays(embeddings: np.ndarray, scores: np.ndarray, config: CurationCo
         )
         T, p = fit.T, fit.p
         timings["transition"] = time.perf_counter() - t
+        logger.info("curation: transition done in %.1fs", timings["transition"])
         t = time.perf_counter()
         det = detect(
             index, s, valid, T, p, num_classes=K, k=cfg.k, epochs=cfg.epochs,
             sample_size=cfg.sample_size, min_draws=cfg.min_draws, rng=rng_det,
         )
         timings["detection"] = time.perf_counter() - t
+        logger.info("curation: detection done in %.1fs", timings["detection"])
         curated = curated_scores(s, det, cfg.tau)
         confidence = det.confidence.astype(np.float32)
         flagged = det.corrupted

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,7 +145,8 @@ class NeighborIndex:
 
     Parameters: ``method`` ("auto" = exact up to ``exact_max_rows`` rows, IVF above), ``nlist``
     (IVF cells; default about 2·sqrt(n)), ``nprobe`` (fixed; default: tuned to ``target_recall``),
-    ``recall_queries`` (sample size for recall measurement), ``seed``.
+    ``recall_queries`` (sample size for recall measurement), ``seed``, ``threads`` (workers for
+    the IVF cell join; default: the CPU count, at most 8).
     """
 
     def __init__(
@@ -159,6 +161,7 @@ class NeighborIndex:
         recall_k: int = 10,
         recall_queries: int = 1000,
         seed: int = 0,
+        threads: int | None = None,
     ) -> None:
         if x.dtype != np.float32 or not x.flags.c_contiguous:
             x = np.ascontiguousarray(x, dtype=np.float32)
@@ -170,6 +173,7 @@ class NeighborIndex:
             raise ValueError(f"knn method must be 'auto', 'exact' or 'ivf', got {method!r}")
         self.method = method
         self.seed = seed
+        self.threads = max(1, threads if threads is not None else min(8, os.cpu_count() or 1))
         self.info = KNNInfo(method=method, n=n, dim=dim)
         self._global: tuple[np.ndarray, np.ndarray] | None = None  # exact path: sorted global lists
         if method == "ivf":
@@ -264,6 +268,7 @@ class NeighborIndex:
         rng = np.random.default_rng(self.seed)
         train = self.x[np.sort(rng.choice(n, size=min(n, 40 * nlist), replace=False))]
         kmeans = faiss.Kmeans(dim, nlist, niter=10, spherical=True, seed=self.seed, verbose=False)
+        logger.info("IVF: k-means with %d cells on %d rows", nlist, len(train))
         kmeans.train(train)
         centroids = kmeans.centroids.astype(np.float32)
         assign = faiss.IndexFlatIP(dim)
@@ -284,6 +289,7 @@ class NeighborIndex:
             self.nprobe = min(4, nlist)
             while True:
                 recall = self.measure_recall(recall_k, None, recall_queries)
+                logger.info("IVF nlist=%d nprobe=%d: recall@%d %.4f", nlist, self.nprobe, recall_k, recall)
                 if recall >= target_recall or self.nprobe >= nlist:
                     break
                 self.nprobe = min(nlist, self.nprobe * 2)
@@ -306,18 +312,36 @@ class NeighborIndex:
         qcell = self._cell_of[queries]
         order = np.argsort(qcell, kind="stable")
         bounds = np.searchsorted(qcell[order], np.arange(len(self._cells) + 1))
-        for c in np.flatnonzero(np.diff(bounds)):
-            qpos = order[bounds[c] : bounds[c + 1]]
-            q = queries[qpos]
-            cand = np.concatenate([self._cells[p] for p in self._probe_order[c, : self.nprobe]])
-            if member is not None:
-                cand = cand[member[cand]]
-            sims = self.x[q] @ self.x[cand].T
-            sims[cand[None, :] == q[:, None]] = -np.inf
-            pos, val = _top_k(sims, k)
-            ok = np.isfinite(val)
-            out_i[qpos, : pos.shape[1]] = np.where(ok, cand[pos], -1)
-            out_d[qpos, : pos.shape[1]] = np.where(ok, 1.0 - val, np.inf)
+        cells = np.flatnonzero(np.diff(bounds))
+
+        def run(part: np.ndarray) -> None:
+            for c in part:
+                qpos = order[bounds[c] : bounds[c + 1]]
+                q = queries[qpos]
+                cand = np.concatenate([self._cells[p] for p in self._probe_order[c, : self.nprobe]])
+                if member is not None:
+                    cand = cand[member[cand]]
+                sims = self.x[q] @ self.x[cand].T
+                sims[cand[None, :] == q[:, None]] = -np.inf
+                pos, val = _top_k(sims, k)
+                ok = np.isfinite(val)
+                out_i[qpos, : pos.shape[1]] = np.where(ok, cand[pos], -1)
+                out_d[qpos, : pos.shape[1]] = np.where(ok, 1.0 - val, np.inf)
+
+        # Thousands of small products: a multi-threaded BLAS spends more on waking its threads than
+        # on the work (20x slower when another process holds a core), so BLAS gets one thread and
+        # the cells are spread over `threads` Python threads instead (matmul releases the GIL).
+        # Each thread writes only its own cells' rows.
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            if self.threads <= 1 or len(cells) < 2 * self.threads:
+                run(cells)
+            else:
+                from concurrent.futures import ThreadPoolExecutor
+
+                with ThreadPoolExecutor(self.threads) as pool:
+                    list(pool.map(run, np.array_split(cells, self.threads * 4)))
         short = np.flatnonzero(out_i[:, -1] < 0)
         if len(short):
             # Tiny cells near sparse regions: an exact search keeps every row at k neighbours.
