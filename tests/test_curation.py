@@ -353,8 +353,8 @@ def test_curate_on_the_ivf_path_reports_recall_and_still_curates(pool):
     knn = res.report.knn
     assert knn["method"] == "ivf" and knn["nlist"] == 40 and knn["nprobe"] >= 1
     assert knn["recall"]["global@10"] >= 0.95  # measured on queries not used for tuning
-    assert knn["recall"]["subsample@9"] >= 0.9
-    assert "tuning@10" in knn["recall"]
+    assert knn["recall"]["subsample@9"] >= 0.95  # nprobe is tuned on subsample searches too
+    assert "tuning@10" in knn["recall"] and knn["recall"]["subsample_tuning@9"] >= 0.97
     exact = curate_arrays(
         pool.embeddings, pool.rated_scores, knn_method="exact", sample_size=4_000,
         hoc_sample_size=4_000, hoc_rounds=10, epochs=10, seed=0,

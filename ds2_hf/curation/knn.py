@@ -211,6 +211,24 @@ class NeighborIndex:
             found, _ = self._join(sample, k, cand)
         return recall_at_k(found, truth)
 
+    def tune_for_members(self, k: int, members: np.ndarray, n_queries: int = 1000) -> float:
+        """IVF only: raise nprobe until recall@k of searches inside a subsample like ``members``
+        reaches the target (a subsample's k-th nearest member lies deeper in the global order than
+        the k-th nearest row, so it needs more probes). Returns the recall reached."""
+        if self.method != "ivf":
+            return 1.0
+        target = self.info.params["target_recall"]
+        nlist = self.info.params["nlist"]
+        while True:
+            recall = self.measure_recall(k, members, n_queries)
+            logger.info("IVF subsample search nprobe=%d: recall@%d %.4f", self.nprobe, k, recall)
+            if recall >= target or self.nprobe >= nlist:
+                break
+            self.nprobe = min(nlist, self.nprobe * 2)
+        self.info.params["nprobe"] = self.nprobe
+        self.info.recall[f"subsample_tuning@{k}"] = round(recall, 4)
+        return recall
+
     # ------------------------------------------------------------------ exact
     def _global_lists(self, K: int) -> tuple[np.ndarray, np.ndarray]:
         if self._global is None or self._global[0].shape[1] < K:
