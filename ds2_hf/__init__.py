@@ -10,8 +10,9 @@ pulls in torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ds2_hf._lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -43,17 +44,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ds2_hf.text import serialize, to_messages
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ds2_hf' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = sorted(_LAZY) + ["__version__"]

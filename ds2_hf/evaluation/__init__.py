@@ -15,9 +15,9 @@ evaluation sets), ``prompts``, ``backends`` (transformers / server) and ``harnes
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
-from typing import Any
+
+from ds2_hf._lazy import lazy_exports
 
 METRICS = ("mmlu", "gsm8k", "bbh", "tydiqa", "truthfulqa")
 
@@ -38,13 +38,7 @@ def metric_path(name: str) -> str:
     return str(Path(__file__).parent / "metrics" / name)
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ds2_hf.evaluation' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = ["METRICS", "metric_path", *sorted(_LAZY)]

@@ -17,8 +17,9 @@ Names are imported lazily: importing this package does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ds2_hf._lazy import lazy_exports
 
 _LAZY = {
     "SFTRecipe": "ds2_hf.sft.recipe",
@@ -42,17 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from ds2_hf.sft.training import SFTResult, build_trainer, train
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'ds2_hf.sft' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = sorted(_LAZY)
