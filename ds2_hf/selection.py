@@ -257,39 +257,46 @@ def select_indices(
 
     rng = np.random.default_rng(cfg.seed)
     strategy = cfg.strategy
+    # Every column a strategy needs is read once, before any ranking.
+    if strategy == "ds2":
+        curated = _numpy_column(ds, cfg.curated_column, "curated score (run ds2_hf.curate first)")
+        longtail = _numpy_column(ds, cfg.longtail_column, "long-tail score (run ds2_hf.curate first)")
+        rows = rows[~np.isnan(curated[rows])]
+    elif strategy == "longtail":
+        longtail = _numpy_column(ds, cfg.longtail_column, "long-tail score (run ds2_hf.curate first)")
+    elif strategy == "raw":
+        longtail = _numpy_column(ds, cfg.longtail_column, "long-tail") if cfg.longtail_column in ds.column_names else None
+    elif strategy == "length":
+        if cfg.length_column:
+            length_key = np.nan_to_num(_numpy_column(ds, cfg.length_column, "length")).astype(np.float64)
+        else:
+            length_key = _text_lengths(ds, tok, response_only=True).astype(np.float64)
+    elif strategy == "deita":
+        from ds2_hf.curation.api import read_embeddings, validate_embeddings
 
-    def rank(pool: np.ndarray) -> Iterator[np.ndarray] | np.ndarray:
+        raw_emb = read_embeddings(ds, cfg.embedding_column) if embeddings is None else embeddings
+        emb = validate_embeddings(raw_emb, n, column=cfg.embedding_column)
+
+    def order(pool: np.ndarray) -> np.ndarray:
+        """The strategy's ranking of ``pool`` before any diversity filter."""
         if strategy == "ds2":
-            curated = _numpy_column(ds, cfg.curated_column, "curated score (run ds2_hf.curate first)")
-            longtail = _numpy_column(ds, cfg.longtail_column, "long-tail score (run ds2_hf.curate first)")
-            pool = pool[~np.isnan(curated[pool])]
             return _descending(curated, pool, longtail)
-        if strategy == "raw":
-            longtail = _numpy_column(ds, cfg.longtail_column, "long-tail") if cfg.longtail_column in ds.column_names else None
-            return _descending(score, pool, longtail)
+        if strategy in ("raw", "deita"):
+            return _descending(score, pool, longtail if strategy == "raw" else None)
         if strategy == "random":
             return rng.permutation(pool)
         if strategy == "alpagasus":
             high = score[pool] >= cfg.threshold
             return np.concatenate([rng.permutation(pool[high]), rng.permutation(pool[~high])])
         if strategy == "longtail":
-            return _descending(_numpy_column(ds, cfg.longtail_column, "long-tail score (run ds2_hf.curate first)"), pool)
+            return _descending(longtail, pool)
         if strategy == "length":
             return _descending(length_key, pool)
-        if strategy == "deita":
-            return _deita_order(_descending(score, pool), emb, cfg.max_cosine_similarity)
         raise AssertionError(strategy)
 
-    if strategy == "length":
-        if cfg.length_column:
-            length_key = np.nan_to_num(_numpy_column(ds, cfg.length_column, "length")).astype(np.float64)
-        else:
-            length_key = _text_lengths(ds, tok, response_only=True).astype(np.float64)
-    if strategy == "deita":
-        from ds2_hf.curation.api import read_embeddings, validate_embeddings
-
-        raw_emb = read_embeddings(ds, cfg.embedding_column) if embeddings is None else embeddings
-        emb = validate_embeddings(raw_emb, n, column=cfg.embedding_column)
+    def rank(pool: np.ndarray) -> Iterator[np.ndarray] | np.ndarray:
+        ranked = order(pool)
+        return _deita_order(ranked, emb, cfg.max_cosine_similarity) if strategy == "deita" else ranked
 
     per_group: dict[str, int] = {}
     if cfg.by is None:
@@ -323,9 +330,9 @@ def select_indices(
             if short > 0 and (tb is None or len(got) == len(members[g])):
                 warn.append(f"group {g!r} filled {alloc[g] - short} of its quota {alloc[g]}")
         picked = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-        # One selection order across groups: by the strategy's ranking of the whole pool.
-        base = rank(rows)
-        base = np.concatenate(list(base)) if not isinstance(base, np.ndarray) else base
+        # One selection order across groups: the strategy's ranking of the whole pool (for deita its
+        # score order: re-running the diversity filter over the whole pool would cost far more).
+        base = order(rows)
         position = np.full(n, len(base), dtype=np.int64)
         position[base] = np.arange(len(base))
         picked = picked[np.argsort(position[picked], kind="stable")]
